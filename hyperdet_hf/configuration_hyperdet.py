@@ -19,6 +19,8 @@ VIT_L14_VISION = {
 
 NUM_VIEWS = 6  # five SRM groups, then the original image
 FUSIONS = ("mean", "cascade")
+ADAPTER_TYPES = ("hyper", "lora", "none")
+VIEW_SOURCES = ("srm", "original")
 MLP_POSITIONS = ("fc1", "fc2")
 
 
@@ -39,6 +41,10 @@ class HyperDetConfig(PretrainedConfig):
         hyper_hidden_dim: hidden width of the hypernetwork's source MLP.
         srm_scale, srm_clamp: a filtered view is ``hardtanh(srm_scale * residual, -srm_clamp, srm_clamp)``;
             residuals of CLIP-normalised photos have a std near 0.1, so scale 8 brings them near unit std.
+        adapter_type: ``"hyper"`` (HyperDet), or a baseline: ``"lora"`` (independent LoRA per view, no
+            hypernetwork) or ``"none"`` (frozen CLIP + linear head, UnivFD-style).
+        view_source: ``"srm"`` (HyperDet) or ``"original"`` (every view is the unfiltered image: the
+            "without SRM" ablation; with ``adapter_type="none"`` this is UnivFD's linear probe).
     """
 
     model_type = "hyperdet"
@@ -56,6 +62,8 @@ class HyperDetConfig(PretrainedConfig):
     hyper_hidden_dim: int = 128
     srm_scale: float = 8.0
     srm_clamp: float = 3.0
+    adapter_type: str = "hyper"
+    view_source: str = "srm"
 
     def __post_init__(self, **kwargs):
         if self.id2label is None:
@@ -109,6 +117,10 @@ class HyperDetConfig(PretrainedConfig):
             fail("loss_alpha", f"must lie in [0, 1], got {self.loss_alpha!r}")
         if self.fusion not in FUSIONS:
             fail("fusion", f"unknown fusion {self.fusion!r}; choose from {list(FUSIONS)}")
+        if self.adapter_type not in ADAPTER_TYPES:
+            fail("adapter_type", f"unknown adapter type {self.adapter_type!r}; choose from {list(ADAPTER_TYPES)}")
+        if self.view_source not in VIEW_SOURCES:
+            fail("view_source", f"unknown view source {self.view_source!r}; choose from {list(VIEW_SOURCES)}")
         if not isinstance(self.cascade_threshold, (int, float)):
             fail("cascade_threshold", f"must be a number, got {self.cascade_threshold!r}")
         for name in ("hyper_embedding_dim", "hyper_hidden_dim"):

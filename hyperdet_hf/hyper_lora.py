@@ -148,6 +148,48 @@ class HyperNetwork(nn.Module):
         return out
 
 
+class PerTaskLoRA(nn.Module):
+    """Plain LoRA with independent ``(A, B)`` per (task, layer, position): the no-hypernetwork baseline.
+
+    Same interface as ``HyperNetwork`` (``generate``, ``generate_all``), so the same layers and the same
+    batched forward serve both; only where the weights come from differs.
+    """
+
+    def __init__(self, num_tasks: int, layer_ids: Sequence[int], shapes: dict[str, tuple[int, int]], rank: int):
+        super().__init__()
+        self.num_tasks = int(num_tasks)
+        self.layer_ids = [int(i) for i in layer_ids]
+        self.positions = list(shapes)
+        self.shapes = {k: (int(v[0]), int(v[1])) for k, v in shapes.items()}
+        self.rank = int(rank)
+        n_layers = len(self.layer_ids)
+        self.lora_A = nn.ParameterDict(
+            {p: nn.Parameter(torch.empty(self.num_tasks, n_layers, self.rank, fin)) for p, (fin, _) in self.shapes.items()}
+        )
+        self.lora_B = nn.ParameterDict(
+            {p: nn.Parameter(torch.empty(self.num_tasks, n_layers, fout, self.rank)) for p, (_, fout) in self.shapes.items()}
+        )
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """LoRA's convention: A uniform with bound 1/sqrt(in), B zero."""
+        for position, a in self.lora_A.items():
+            bound = 1.0 / math.sqrt(self.shapes[position][0])
+            nn.init.uniform_(a, -bound, bound)
+        for b in self.lora_B.values():
+            nn.init.zeros_(b)
+
+    layer_row = HyperNetwork.layer_row
+
+    def generate(self, task: int, layer: int, position: str) -> tuple[torch.Tensor, torch.Tensor]:
+        row = self.layer_row(layer)
+        return self.lora_A[position][int(task), row], self.lora_B[position][int(task), row]
+
+    def generate_all(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return {p: (self.lora_A[p], self.lora_B[p]) for p in self.positions}
+
+
 # --------------------------------------------------------------------------------------------------
 # Which rows of a batch use which task
 # --------------------------------------------------------------------------------------------------
@@ -170,7 +212,7 @@ class AdapterState:
     exactly one place (its owner) and referenced from here.
     """
 
-    def __init__(self, hypernet: HyperNetwork, scaling: float, default_task: int):
+    def __init__(self, hypernet: "HyperNetwork | PerTaskLoRA", scaling: float, default_task: int):
         self.hypernet = hypernet
         self.scaling = float(scaling)
         self.default_task = int(default_task)
@@ -504,6 +546,7 @@ __all__ = [
     "HyperLoraModel",
     "HyperNetwork",
     "Linear",
+    "PerTaskLoRA",
     "TaskLayout",
     "inject_hyper_lora",
 ]

@@ -7,6 +7,7 @@ Keep imports here relative and flat.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -18,7 +19,7 @@ from transformers import CLIPVisionModelWithProjection, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_hyperdet import NUM_VIEWS, HyperDetConfig
-from .hyper_lora import AdapterState, HyperNetwork, inject_hyper_lora, mlp_shapes
+from .hyper_lora import AdapterState, HyperNetwork, PerTaskLoRA, inject_hyper_lora, mlp_shapes
 from .srm import NUM_GROUPS, make_group_view, make_views
 
 LAYERS_PATH = "vision_model.encoder.layers"
@@ -76,7 +77,7 @@ class HyperDetPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         # The CLIP backbone is a PreTrainedModel and initialises itself. Only our parts: the B heads of
         # the hypernetwork must stay zero (transformers' default would draw every nn.Linear at random).
-        if isinstance(module, HyperNetwork):
+        if isinstance(module, (HyperNetwork, PerTaskLoRA)):
             module.reset_parameters()
         elif isinstance(module, HyperDetModel):
             nn.init.normal_(module.classifier.weight, std=0.02)
@@ -120,7 +121,8 @@ class HyperDetModel(HyperDetPreTrainedModel):
     """The detector's body: backbone (``.backbone``), hypernetwork (``.hyper_lora``), head (``.classifier``).
 
     Its forward already gives the detector's outputs (``logits``, ``view_logits``, ``loss``), so
-    ``AutoModel`` and ``AutoModelForImageClassification`` answer the same.
+    ``AutoModel`` and ``AutoModelForImageClassification`` answer the same. The baselines of the demo
+    are the same class with ``adapter_type`` ``"lora"``/``"none"`` and ``view_source="original"``.
     """
 
     def __init__(self, config: HyperDetConfig):
@@ -130,19 +132,38 @@ class HyperDetModel(HyperDetPreTrainedModel):
         self.backbone.requires_grad_(False)
         positions = list(config.target_modules)
         shapes = mlp_shapes(self.backbone, config.tuned_layers, positions, LAYERS_PATH)
-        self.hyper_lora = HyperNetwork(
-            NUM_VIEWS, config.tuned_layers, shapes, config.lora_rank, config.hyper_embedding_dim, config.hyper_hidden_dim
-        )
+        if config.adapter_type == "hyper":
+            self.hyper_lora = HyperNetwork(
+                NUM_VIEWS, config.tuned_layers, shapes, config.lora_rank, config.hyper_embedding_dim, config.hyper_hidden_dim
+            )
+        elif config.adapter_type == "lora":
+            self.hyper_lora = PerTaskLoRA(NUM_VIEWS, config.tuned_layers, shapes, config.lora_rank)
+        else:
+            self.hyper_lora = None
         self.classifier = nn.Linear(vision_config.projection_dim, 1)
-        # Shared, unregistered state: the layers reach the hypernetwork through it, so it is saved once.
-        self._adapter_state = AdapterState(self.hyper_lora, config.lora_scaling, default_task=ORIGINAL_VIEW)
-        inject_hyper_lora(self.backbone, self._adapter_state, config.tuned_layers, positions, LAYERS_PATH)
+        self._adapter_state = None
+        if self.hyper_lora is not None:
+            # Shared, unregistered state: the layers reach the hypernetwork through it, so it is saved once.
+            self._adapter_state = AdapterState(self.hyper_lora, config.lora_scaling, default_task=ORIGINAL_VIEW)
+            inject_hyper_lora(self.backbone, self._adapter_state, config.tuned_layers, positions, LAYERS_PATH)
         self.post_init()
 
     # -- views and per-view logits ------------------------------------------------------------------
     def make_views(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W) -> (6B, C, H, W)`` view-major: SRM groups 1..5, then ``pixel_values``."""
+        """``(B, C, H, W) -> (6B, C, H, W)`` view-major: SRM groups 1..5, then ``pixel_values``
+        (six copies of ``pixel_values`` for ``view_source="original"``)."""
+        if self.config.view_source == "original":
+            return pixel_values.to(self.dtype).repeat(NUM_VIEWS, 1, 1, 1)
         return make_views(pixel_values, self.config.srm_scale, self.config.srm_clamp, dtype=self.dtype)
+
+    def make_view(self, pixel_values: torch.Tensor, view: int) -> torch.Tensor:
+        """One view (0-based) of a batch, for the cascade."""
+        if view == ORIGINAL_VIEW or self.config.view_source == "original":
+            return pixel_values.to(self.dtype)
+        return make_group_view(pixel_values, view, self.config.srm_scale, self.config.srm_clamp, self.dtype)
+
+    def _layout(self, tasks):
+        return self._adapter_state.use_layout(tasks) if self._adapter_state is not None else contextlib.nullcontext()
 
     def encode(self, images: torch.Tensor, tasks) -> torch.Tensor:
         """Projected CLIP embeddings of a view-major batch, each block of rows with its task's adapters.
@@ -151,7 +172,7 @@ class HyperDetModel(HyperDetPreTrainedModel):
         """
         vision = self.backbone.vision_model
         first_tuned = min(self.config.tuned_layers)
-        with self._adapter_state.use_layout(tasks):
+        with self._layout(tasks):
             with torch.no_grad():
                 hidden = vision.embeddings(images.to(self.dtype))
                 hidden = vision.pre_layrnorm(hidden)
@@ -169,6 +190,9 @@ class HyperDetModel(HyperDetPreTrainedModel):
     def all_view_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B, 6)`` logits of all six views, computed in one batched pass."""
         b = pixel_values.shape[0]
+        if self._adapter_state is None and self.config.view_source == "original":
+            # six identical views through an unadapted backbone: compute once (UnivFD's linear probe)
+            return self.logits_for(pixel_values, (ORIGINAL_VIEW,)).unsqueeze(1).expand(b, NUM_VIEWS).contiguous()
         z = self.logits_for(self.make_views(pixel_values), tuple(range(NUM_VIEWS)))
         return z.view(NUM_VIEWS, b).T
 
@@ -176,9 +200,8 @@ class HyperDetModel(HyperDetPreTrainedModel):
         """Algorithm 2 computing only what it needs: views 1 and 6 for all images, then view v only for
         the images still above the threshold. Skipped views are NaN."""
         b = pixel_values.shape[0]
-        scale, clamp = self.config.srm_scale, self.config.srm_clamp
         z = torch.full((b, NUM_VIEWS), float("nan"), device=pixel_values.device)
-        first = torch.cat([make_group_view(pixel_values, 0, scale, clamp, self.dtype), pixel_values.to(self.dtype)])
+        first = torch.cat([self.make_view(pixel_values, 0), self.make_view(pixel_values, ORIGINAL_VIEW)])
         z01 = self.logits_for(first, (0, ORIGINAL_VIEW)).view(2, b)
         z[:, 0], z[:, ORIGINAL_VIEW] = z01[0], z01[1]
         y = z01[0] + z01[1]
@@ -187,7 +210,7 @@ class HyperDetModel(HyperDetPreTrainedModel):
             active = active[y[active] >= self.config.cascade_threshold]
             if active.numel() == 0:
                 break
-            view = make_group_view(pixel_values[active], v, scale, clamp, self.dtype)
+            view = self.make_view(pixel_values[active], v)
             zv = self.logits_for(view, (v,))
             z[active, v] = zv
             y = y.index_add(0, active, zv)
@@ -202,7 +225,8 @@ class HyperDetModel(HyperDetPreTrainedModel):
     ) -> HyperDetOutput:
         if pixel_values is None or pixel_values.dim() != 4:
             raise ValueError("pixel_values must be a (B, C, H, W) tensor")
-        self._adapter_state.begin_forward()
+        if self._adapter_state is not None:
+            self._adapter_state.begin_forward()
         cascade = self.config.fusion == "cascade"
         if cascade and labels is None:
             view_logits = self.cascade_view_logits(pixel_values)

@@ -54,6 +54,8 @@ def test_json_round_trip(tmp_path):
         ("target_modules", "fc1"),
         ("target_modules", ["fc1", "fc1"]),
         ("srm_scale", 0),
+        ("adapter_type", "moe"),
+        ("view_source", "jpeg"),
     ],
 )
 def test_invalid_values_name_the_field(field, value):

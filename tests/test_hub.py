@@ -208,3 +208,14 @@ def test_from_clip_refuses_bare_vision_model(tmp_path):
     bare.save_pretrained(tmp_path / "bare")
     with pytest.raises(ValueError, match="visual_projection"):
         HyperDetForImageClassification.from_clip(tmp_path / "bare")
+
+
+@pytest.mark.parametrize("adapter_type", ["lora", "none"])
+def test_baseline_variants_round_trip(tmp_path, pixels, adapter_type):
+    torch.manual_seed(0)
+    model = HyperDetForImageClassification(tiny_config(adapter_type=adapter_type, view_source="original")).eval()
+    model.save_pretrained(tmp_path / "m")
+    loaded = HyperDetForImageClassification.from_pretrained(tmp_path / "m").eval()
+    assert loaded.config.adapter_type == adapter_type and loaded.config.view_source == "original"
+    with torch.no_grad():
+        assert torch.equal(loaded(pixel_values=pixels).logits, model(pixel_values=pixels).logits)

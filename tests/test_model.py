@@ -269,3 +269,44 @@ def test_auto_model_body_gives_same_outputs(tiny_model, pixels):
         a, b = tiny_model(pixel_values=pixels), body(pixel_values=pixels)
     torch.testing.assert_close(a.logits, b.logits)
     assert math.isclose(float(a.view_logits.sum()), float(b.view_logits.sum()), rel_tol=1e-6)
+
+
+# ---- baseline variants (same class, other config) ----------------------------------------------------
+@pytest.mark.parametrize("adapter_type, view_source", [("lora", "srm"), ("none", "original"), ("hyper", "original")])
+def test_baseline_variants_train_only_their_parts(adapter_type, view_source, pixels):
+    torch.manual_seed(0)
+    model = HyperDetForImageClassification(tiny_config(adapter_type=adapter_type, view_source=view_source))
+    trainable = {n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == ({"classifier"} if adapter_type == "none" else {"classifier", "hyper_lora"})
+    wrapped = any(isinstance(m, HyperLoraLinear) for m in model.modules())
+    assert wrapped == (adapter_type != "none")
+    views = model.hyperdet.make_views(pixels)
+    if view_source == "original":
+        assert all(torch.equal(views[v * 3 : (v + 1) * 3], pixels) for v in range(6))
+    out = model(pixel_values=pixels, labels=torch.tensor([0, 1, 0]))
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    if adapter_type == "none":  # a linear probe: every view has the same logit
+        assert torch.allclose(out.view_logits, out.view_logits[:, :1].expand(-1, 6))
+
+
+def test_plain_lora_views_equal_merged_backbone(pixels):
+    torch.manual_seed(0)
+    model = HyperDetForImageClassification(tiny_config(adapter_type="lora")).eval()
+    with torch.no_grad():
+        for b in model.hyperdet.hyper_lora.lora_B.values():
+            b.normal_(0, 0.2)
+        out = model(pixel_values=pixels)
+        views = model.hyperdet.make_views(pixels).view(6, 3, 3, 32, 32)
+        for v in (0, 3, 5):
+            z = model.hyperdet.classifier(plain_backbone(model, task=v)(pixel_values=views[v]).image_embeds).squeeze(-1)
+            torch.testing.assert_close(out.view_logits[:, v], z, atol=1e-5, rtol=1e-5)
+
+
+def test_cascade_with_original_views(pixels):
+    model = HyperDetForImageClassification(tiny_config(view_source="original", fusion="cascade", cascade_threshold=-1e9))
+    randomize_adapters(model)
+    with torch.no_grad():
+        out = model.eval()(pixel_values=pixels)
+        full = model.hyperdet.all_view_logits(pixels)
+    torch.testing.assert_close(out.view_logits, full, atol=1e-5, rtol=1e-5)
