@@ -18,6 +18,12 @@ from hyperdet_hf import HyperDetForImageClassification, HyperDetModel, default_i
 
 from .conftest import TINY_VISION, randomize_adapters, tiny_config
 
+def same(a, b):
+    """Equal up to float noise: identical weights and inputs can differ in the last bit across instances
+    (CPU kernels pick vector paths by memory alignment)."""
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
 MODELING_FILES = {"configuration_hyperdet.py", "modeling_hyperdet.py", "hyper_lora.py", "srm.py"}
 
 
@@ -58,10 +64,10 @@ def test_reload_in_process_gives_identical_numbers(saved, pixels):
     loaded = HyperDetForImageClassification.from_pretrained(folder).eval()
     with torch.no_grad():
         a, b = model(pixel_values=pixels), loaded(pixel_values=pixels)
-    assert torch.equal(a.view_logits, b.view_logits)
+    same(a.view_logits, b.view_logits)
     body = HyperDetModel.from_pretrained(folder).eval()
     with torch.no_grad():
-        assert torch.equal(body(pixel_values=pixels).logits, a.logits)
+        same(body(pixel_values=pixels).logits, a.logits)
 
 
 ISOLATED = textwrap.dedent(
@@ -218,4 +224,4 @@ def test_baseline_variants_round_trip(tmp_path, pixels, adapter_type):
     loaded = HyperDetForImageClassification.from_pretrained(tmp_path / "m").eval()
     assert loaded.config.adapter_type == adapter_type and loaded.config.view_source == "original"
     with torch.no_grad():
-        assert torch.equal(loaded(pixel_values=pixels).logits, model(pixel_values=pixels).logits)
+        same(loaded(pixel_values=pixels).logits, model(pixel_values=pixels).logits)
