@@ -142,6 +142,8 @@ class HyperDetModel(HyperDetPreTrainedModel):
             self.hyper_lora = None
         self.classifier = nn.Linear(vision_config.projection_dim, 1)
         self._adapter_state = None
+        # Blocks before the first tuned one need no graph; False only to measure the naive alternative.
+        self.prefix_without_autograd = True
         if self.hyper_lora is not None:
             # Shared, unregistered state: the layers reach the hypernetwork through it, so it is saved once.
             self._adapter_state = AdapterState(self.hyper_lora, config.lora_scaling, default_task=ORIGINAL_VIEW)
@@ -172,8 +174,9 @@ class HyperDetModel(HyperDetPreTrainedModel):
         """
         vision = self.backbone.vision_model
         first_tuned = min(self.config.tuned_layers)
+        prefix_context = torch.no_grad() if self.prefix_without_autograd else contextlib.nullcontext()
         with self._layout(tasks):
-            with torch.no_grad():
+            with prefix_context:
                 hidden = vision.embeddings(images.to(self.dtype))
                 hidden = vision.pre_layrnorm(hidden)
                 for layer in vision.encoder.layers[:first_tuned]:
