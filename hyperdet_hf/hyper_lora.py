@@ -220,11 +220,14 @@ class AdapterState:
         self.enabled = True
         self._weights = None
         self._key = None
+        self._prepared = {}
+        self._checked = None
         self._forward_token = 0
         self.generations = 0  # how many times adapters were generated (benchmarks and tests read it)
 
     def begin_forward(self, *args, **kwargs) -> None:
-        """Called once per model forward: a forward that trains generates fresh adapters (a new graph)."""
+        """Called once per model forward (a pre-hook): a forward that trains generates fresh adapters
+        (a new autograd graph); one that does not re-checks the cache once, not in every layer."""
         self._forward_token += 1
 
     def _trains(self) -> bool:
@@ -232,22 +235,46 @@ class AdapterState:
 
     def weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """All generated adapters; regenerated once per training forward, cached while nothing trains."""
-        if self._trains():
+        trains = self._trains()
+        if self._checked == (self._forward_token, trains) and self._weights is not None:
+            return self._weights
+        if trains:
             key = ("grad", self._forward_token)
             if self._key != key:
-                self._weights, self._key = self.hypernet.generate_all(), key
+                self._weights, self._key, self._prepared = self.hypernet.generate_all(), key, {}
                 self.generations += 1
-            return self._weights
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.hypernet.parameters())
-        if self._key != key:
-            with torch.no_grad():
-                self._weights = self.hypernet.generate_all()
-            self._key = key
-            self.generations += 1
+        else:
+            key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.hypernet.parameters())
+            if self._key != key:
+                with torch.no_grad():
+                    self._weights = self.hypernet.generate_all()
+                self._key, self._prepared = key, {}
+                self.generations += 1
+        self._checked = (self._forward_token, trains)
         return self._weights
 
+    def layer_weights(self, position: str, row: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A^T (V, in, r), scaling * B^T (V, r, out))`` of one layer for the current view-major layout.
+
+        Gathered, transposed, scaled and cast once per generation of the adapters (memoised), so a
+        layer's forward is two batched matmuls and nothing else.
+        """
+        weights = self.weights()
+        tasks = self.layout.tasks
+        key = (position, row, dtype, tasks)
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            lora_A, lora_B = weights[position]
+            lora_A, lora_B = lora_A[:, row], lora_B[:, row]  # (T, r, in), (T, out, r)
+            if tasks != tuple(range(lora_A.shape[0])):
+                index = torch.tensor(tasks, device=lora_A.device)
+                lora_A, lora_B = lora_A.index_select(0, index), lora_B.index_select(0, index)
+            prepared = (lora_A.transpose(1, 2).to(dtype), (lora_B.transpose(1, 2) * self.scaling).to(dtype))
+            self._prepared[key] = prepared
+        return prepared
+
     def invalidate(self) -> None:
-        self._weights, self._key = None, None
+        self._weights, self._key, self._prepared, self._checked = None, None, {}, None
 
     @contextlib.contextmanager
     def use_layout(self, tasks: Union[int, Sequence[int], None] = None, row_tasks: Optional[torch.Tensor] = None):
@@ -316,30 +343,28 @@ class Linear(nn.Module, HyperLoraLayer):
         result = self.base_layer(x)
         if self.disable_adapters or self.merged or not self._state.enabled:
             return result
-        lora_A, lora_B = self._state.weights()[self.position]
-        lora_A, lora_B = lora_A[:, self._layer_row], lora_B[:, self._layer_row]  # (T, r, in), (T, out, r)
-        dtype = result.dtype
-        lora_A, lora_B = lora_A.to(dtype), lora_B.to(dtype)
         layout = self._state.layout
-        xd = x.to(dtype)
+        dtype = result.dtype
         if layout.row_tasks is not None:
+            lora_A, lora_B = self.adapter_weights_all()
             tasks = layout.row_tasks.to(x.device)
             if tasks.numel() != x.shape[0]:
                 raise ValueError(f"row_tasks has {tasks.numel()} entries for a batch of {x.shape[0]} rows")
-            hidden = torch.einsum("n...i,nri->n...r", xd, lora_A[tasks])
-            delta = torch.einsum("n...r,nor->n...o", hidden, lora_B[tasks])
-        elif len(layout.tasks) == 1:
-            t = layout.tasks[0]
-            delta = (xd @ lora_A[t].T) @ lora_B[t].T
-        else:
-            views = len(layout.tasks)
-            if x.shape[0] % views:
-                raise ValueError(f"a view-major batch of {views} views needs a multiple of {views} rows, got {x.shape[0]}")
-            idx = torch.tensor(layout.tasks, device=x.device)
-            xv = xd.reshape(views, -1, x.shape[-1])  # (V, rows*tokens, in)
-            hidden = torch.bmm(xv, lora_A[idx].transpose(1, 2))
-            delta = torch.bmm(hidden, lora_B[idx].transpose(1, 2)).view(result.shape)
-        return result + self._state.scaling * delta
+            hidden = torch.einsum("n...i,nri->n...r", x.to(dtype), lora_A[tasks].to(dtype))
+            delta = torch.einsum("n...r,nor->n...o", hidden, lora_B[tasks].to(dtype))
+            return result + self._state.scaling * delta
+        views = len(layout.tasks)
+        if x.shape[0] % views:
+            raise ValueError(f"a view-major batch of {views} views needs a multiple of {views} rows, got {x.shape[0]}")
+        a_t, b_t = self._state.layer_weights(self.position, self._layer_row, dtype)
+        hidden = torch.bmm(x.to(dtype).reshape(views, -1, x.shape[-1]), a_t)  # (V, rows*tokens, r)
+        out = torch.baddbmm(result.reshape(views, -1, result.shape[-1]), hidden, b_t)
+        return out.view(result.shape)
+
+    def adapter_weights_all(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This layer's adapters for every task: ``(T, r, in)``, ``(T, out, r)``."""
+        lora_A, lora_B = self._state.weights()[self.position]
+        return lora_A[:, self._layer_row], lora_B[:, self._layer_row]
 
     # PEFT's merge API, for the default task (an ordinary batch): W += scaling * B @ A.
     def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:

@@ -148,6 +148,8 @@ class HyperDetModel(HyperDetPreTrainedModel):
             # Shared, unregistered state: the layers reach the hypernetwork through it, so it is saved once.
             self._adapter_state = AdapterState(self.hyper_lora, config.lora_scaling, default_task=ORIGINAL_VIEW)
             inject_hyper_lora(self.backbone, self._adapter_state, config.tuned_layers, positions, LAYERS_PATH)
+            # A direct call of the backbone is one forward too (our own passes go through `encode`).
+            self.backbone.register_forward_pre_hook(self._adapter_state.begin_forward)
         self.post_init()
 
     # -- views and per-view logits ------------------------------------------------------------------
@@ -175,6 +177,8 @@ class HyperDetModel(HyperDetPreTrainedModel):
         vision = self.backbone.vision_model
         first_tuned = min(self.config.tuned_layers)
         prefix_context = torch.no_grad() if self.prefix_without_autograd else contextlib.nullcontext()
+        if self._adapter_state is not None:
+            self._adapter_state.begin_forward()
         with self._layout(tasks):
             with prefix_context:
                 hidden = vision.embeddings(images.to(self.dtype))
@@ -228,8 +232,6 @@ class HyperDetModel(HyperDetPreTrainedModel):
     ) -> HyperDetOutput:
         if pixel_values is None or pixel_values.dim() != 4:
             raise ValueError("pixel_values must be a (B, C, H, W) tensor")
-        if self._adapter_state is not None:
-            self._adapter_state.begin_forward()
         cascade = self.config.fusion == "cascade"
         if cascade and labels is None:
             view_logits = self.cascade_view_logits(pixel_values)
