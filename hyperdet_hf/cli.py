@@ -278,7 +278,13 @@ def run_spectrum(args) -> int:
 
 
 # -- entry point ------------------------------------------------------------------------------------------
-SUBCOMMANDS: list[Callable] = [add_detect, add_eval, add_spectrum]
+def add_demo(subparsers) -> None:
+    from .demo import add_demo as add
+
+    add(subparsers)
+
+
+SUBCOMMANDS: list[Callable] = [add_detect, add_eval, add_spectrum, add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,3 +43,10 @@ def test_bench_cascade_tiny():
     # with an unreachable threshold every image exits after views 1 and 6
     assert r["views"] == pytest.approx(2 / 6, abs=0.01)
     assert re.search(r"\| cascade\s+\| 2\.00", out)
+
+
+def test_bench_data_small():
+    out = run("bench_data.py", "--size", "48", "--crop", "32", "--images", "16", "--batch", "4")
+    r = ratios(out)
+    assert r["pipeline/decode"] > 0
+    assert "| EpochData (datasets stream + DataLoader)" in out
