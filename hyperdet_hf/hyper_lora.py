@@ -36,7 +36,32 @@ _LAYER_INDEX = re.compile(r"\.(\d+)\.")
 # --------------------------------------------------------------------------------------------------
 # The hypernetwork
 # --------------------------------------------------------------------------------------------------
-class HyperNetwork(nn.Module):
+class AdapterSource(nn.Module):
+    """Where a model's LoRA weights come from: ``generate(task, layer, position)`` for one adapter and
+    ``generate_all()`` for all of them, ``{position: (A (T, L, r, in), B (T, L, out, r))}``."""
+
+    def __init__(self, num_tasks: int, layer_ids: Sequence[int], shapes: dict[str, tuple[int, int]], rank: int):
+        super().__init__()
+        self.num_tasks = int(num_tasks)
+        self.layer_ids = [int(i) for i in layer_ids]
+        self.positions = list(shapes)
+        self.shapes = {k: (int(v[0]), int(v[1])) for k, v in shapes.items()}
+        self.rank = int(rank)
+
+    def layer_row(self, layer: int) -> int:
+        try:
+            return self.layer_ids.index(int(layer))
+        except ValueError:
+            raise ValueError(f"layer {layer} is not adapted; adapted blocks are {self.layer_ids}") from None
+
+    def _check(self, task: int, position: str) -> None:
+        if not 0 <= int(task) < self.num_tasks:
+            raise ValueError(f"task {task} out of range 0..{self.num_tasks - 1}")
+        if position not in self.shapes:
+            raise ValueError(f"position {position!r} is not adapted; adapted positions are {self.positions}")
+
+
+class HyperNetwork(AdapterSource):
     """``h(task, layer, position) -> (lora_A, lora_B)`` shared by every adapted layer and view.
 
     Args:
@@ -56,12 +81,7 @@ class HyperNetwork(nn.Module):
         embedding_dim: int = 64,
         hidden_dim: int = 128,
     ):
-        super().__init__()
-        self.num_tasks = int(num_tasks)
-        self.layer_ids = [int(i) for i in layer_ids]
-        self.positions = list(shapes)
-        self.shapes = {k: (int(v[0]), int(v[1])) for k, v in shapes.items()}
-        self.rank = int(rank)
+        super().__init__(num_tasks, layer_ids, shapes, rank)
         self.task_embedding = nn.Embedding(self.num_tasks, embedding_dim)
         self.layer_embedding = nn.Embedding(len(self.layer_ids), embedding_dim)
         self.position_embedding = nn.Embedding(len(self.positions), embedding_dim)
@@ -97,12 +117,6 @@ class HyperNetwork(nn.Module):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
 
-    def layer_row(self, layer: int) -> int:
-        try:
-            return self.layer_ids.index(int(layer))
-        except ValueError:
-            raise ValueError(f"layer {layer} is not adapted; adapted blocks are {self.layer_ids}") from None
-
     def _sources(self, tasks: torch.Tensor, layers: torch.Tensor, position: int) -> torch.Tensor:
         pos = torch.full_like(tasks, position)
         z = torch.cat(
@@ -116,10 +130,7 @@ class HyperNetwork(nn.Module):
         ``layer`` is the absolute block index (one of ``layer_ids``), ``position`` a module name
         such as ``"fc1"``.
         """
-        if not 0 <= int(task) < self.num_tasks:
-            raise ValueError(f"task {task} out of range 0..{self.num_tasks - 1}")
-        if position not in self.shapes:
-            raise ValueError(f"position {position!r} is not adapted; adapted positions are {self.positions}")
+        self._check(task, position)
         device = self.task_embedding.weight.device
         t = torch.tensor([int(task)], device=device)
         l = torch.tensor([self.layer_row(layer)], device=device)
@@ -148,7 +159,7 @@ class HyperNetwork(nn.Module):
         return out
 
 
-class PerTaskLoRA(nn.Module):
+class PerTaskLoRA(AdapterSource):
     """Plain LoRA with independent ``(A, B)`` per (task, layer, position): the no-hypernetwork baseline.
 
     Same interface as ``HyperNetwork`` (``generate``, ``generate_all``), so the same layers and the same
@@ -156,12 +167,7 @@ class PerTaskLoRA(nn.Module):
     """
 
     def __init__(self, num_tasks: int, layer_ids: Sequence[int], shapes: dict[str, tuple[int, int]], rank: int):
-        super().__init__()
-        self.num_tasks = int(num_tasks)
-        self.layer_ids = [int(i) for i in layer_ids]
-        self.positions = list(shapes)
-        self.shapes = {k: (int(v[0]), int(v[1])) for k, v in shapes.items()}
-        self.rank = int(rank)
+        super().__init__(num_tasks, layer_ids, shapes, rank)
         n_layers = len(self.layer_ids)
         self.lora_A = nn.ParameterDict(
             {p: nn.Parameter(torch.empty(self.num_tasks, n_layers, self.rank, fin)) for p, (fin, _) in self.shapes.items()}
@@ -180,9 +186,8 @@ class PerTaskLoRA(nn.Module):
         for b in self.lora_B.values():
             nn.init.zeros_(b)
 
-    layer_row = HyperNetwork.layer_row
-
     def generate(self, task: int, layer: int, position: str) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(task, position)
         row = self.layer_row(layer)
         return self.lora_A[position][int(task), row], self.lora_B[position][int(task), row]
 
@@ -212,7 +217,7 @@ class AdapterState:
     exactly one place (its owner) and referenced from here.
     """
 
-    def __init__(self, hypernet: "HyperNetwork | PerTaskLoRA", scaling: float, default_task: int):
+    def __init__(self, hypernet: AdapterSource, scaling: float, default_task: int):
         self.hypernet = hypernet
         self.scaling = float(scaling)
         self.default_task = int(default_task)
@@ -565,6 +570,7 @@ def register_with_peft() -> None:
 register_with_peft()
 
 __all__ = [
+    "AdapterSource",
     "AdapterState",
     "HyperLoraConfig",
     "HyperLoraLayer",
