@@ -121,6 +121,20 @@ def mean_spectra(paths: Sequence[str], size: int = 224, batch_size: int = 16, wi
     return out, used, skipped
 
 
+def default_labels(inputs: Sequence[Sequence[str]]) -> list[str]:
+    """Each row's label: the last path component of its first input, extended with parent folders while
+    two rows would share it (``tconv/1_fake`` and ``pixel_shuffle/1_fake``, not ``1_fake`` twice)."""
+    parts = [Path(str(items[0]).rstrip("/")).parts or ("",) for items in inputs]
+    depth = [1] * len(parts)
+    for _ in range(max((len(p) for p in parts), default=1)):
+        labels = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+        clashes = {lab for lab in labels if labels.count(lab) > 1}
+        if not clashes:
+            return labels
+        depth = [d + 1 if lab in clashes and d < len(p) else d for p, d, lab in zip(parts, depth, labels)]
+    return [f"{lab} ({i + 1})" for i, lab in enumerate(labels)]
+
+
 def spectrum_figure(
     inputs: Sequence[Sequence[str]],
     output: str | os.PathLike,
@@ -141,7 +155,7 @@ def spectrum_figure(
         unmatched += missing
         spectra, used, bad = mean_spectra(paths, size=size)
         skipped += bad
-        label = labels[k] if labels and k < len(labels) else Path(str(items[0]).rstrip("/")).name
+        label = labels[k] if labels and k < len(labels) else default_labels(inputs)[k]
         if used:
             rows.append((label, spectra, used))
             arrays.update({f"{label}/{name}": arr for name, arr in spectra.items()})

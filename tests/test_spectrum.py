@@ -75,3 +75,11 @@ def test_spectrum_command(folders, tmp_path):
     assert sorted(arrays.files) == sorted(f"{row}/{p}" for row in ("real", "fake") for p in PANELS)
     assert _peak(arrays["fake/srm_group_3"]) > 2.0
     assert "small.png: smaller-than-64" in proc.stderr and "broken.png: not-an-image" in proc.stderr
+
+
+def test_default_row_labels_are_unique():
+    from hyperdet_hf.spectrum import default_labels
+
+    assert default_labels([["data/tconv/1_fake"], ["data/pixel_shuffle/1_fake/"], ["data/real"]]) == [
+        "tconv/1_fake", "pixel_shuffle/1_fake", "real"]
+    assert default_labels([["a/x"], ["a/x"]]) == ["a/x (1)", "a/x (2)"]
