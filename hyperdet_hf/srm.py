@@ -137,9 +137,10 @@ def _grouped_conv(images: torch.Tensor) -> torch.Tensor:
     b, c, h, w = images.shape
     x = images.float()
     weight = _GROUP_KERNELS.to(x.device).unsqueeze(1).repeat(c, 1, 1, 1)  # (C*5, 1, 5, 5)
-    x = F.pad(x, (2, 2, 2, 2), mode="reflect")
+    # channels-last makes oneDNN's grouped conv 2-3.5x faster here (measured at 64 and 224 pixels)
+    x = F.pad(x, (2, 2, 2, 2), mode="reflect").contiguous(memory_format=torch.channels_last)
     out = F.conv2d(x, weight, groups=c)  # channel c*5 + g
-    return out.view(b, c, NUM_GROUPS, h, w)
+    return out.unflatten(1, (c, NUM_GROUPS))
 
 
 def group_residuals(images: torch.Tensor) -> torch.Tensor:
@@ -169,8 +170,8 @@ def make_views(
     b, c, h, w = pixel_values.shape
     dtype = dtype or pixel_values.dtype
     out = torch.empty((NUM_GROUPS + 1) * b, c, h, w, dtype=dtype, device=pixel_values.device)
-    residuals = _grouped_conv(pixel_values)  # (B, C, 5, H, W), float32
-    filtered = srm_view_map(residuals, scale, clamp)
+    residuals = _grouped_conv(pixel_values)  # (B, C, 5, H, W), float32, a fresh tensor: map it in place
+    filtered = residuals.mul_(scale).clamp_(-clamp, clamp)  # == srm_view_map(residuals, scale, clamp)
     out[: NUM_GROUPS * b].view(NUM_GROUPS, b, c, h, w).copy_(filtered.permute(2, 0, 1, 3, 4))
     out[NUM_GROUPS * b :].copy_(pixel_values)
     return out
@@ -180,6 +181,6 @@ def make_group_view(pixel_values: torch.Tensor, group: int, scale: float, clamp:
     """One filtered view (``group`` 0-based) for a batch; used by the cascade to build only what it needs."""
     b, c, h, w = pixel_values.shape
     weight = _GROUP_KERNELS[group].to(pixel_values.device).expand(c, 1, 5, 5)
-    x = F.pad(pixel_values.float(), (2, 2, 2, 2), mode="reflect")
-    r = F.conv2d(x, weight, groups=c)
+    x = F.pad(pixel_values.float(), (2, 2, 2, 2), mode="reflect").contiguous(memory_format=torch.channels_last)
+    r = F.conv2d(x, weight, groups=c).contiguous()
     return srm_view_map(r, scale, clamp).to(dtype or pixel_values.dtype)
