@@ -177,7 +177,9 @@ def run_demo(output_dir: str | Path = "outputs/demo", seed: int = 0, quick: bool
     if unknown:
         raise ValueError(f"variants: unknown {unknown}; choose from {list(VARIANTS)}")
     out = Path(output_dir)
-    if out.exists():
+    if out.exists() and any(out.iterdir()):
+        if not (out / "demo_summary.json").exists() and not (out / "data" / "manifest.json").exists():
+            raise ValueError(f"output_dir: {out} exists and does not hold an earlier demo; refusing to replace it")
         shutil.rmtree(out)
     (out / "configs").mkdir(parents=True)
     (out / "logs").mkdir()
@@ -253,11 +255,21 @@ def run_demo(output_dir: str | Path = "outputs/demo", seed: int = 0, quick: bool
 def add_demo(subparsers) -> None:
     p = subparsers.add_parser("demo", help="the embedded end-to-end run (offline, minutes)",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--output_dir", default="outputs/demo", help="where everything goes (replaced if it exists)")
+    p.add_argument("--output_dir", default="outputs/demo",
+                   help="where everything goes (an earlier demo there is replaced; any other non-empty folder is refused)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smaller data, model and schedule (about a minute)")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="train only these (default: all four)")
-    p.set_defaults(func=lambda args: (run_demo(args.output_dir, args.seed, args.quick, args.variants), 0)[1])
+    p.set_defaults(func=_run_from_args)
+
+
+def _run_from_args(args) -> int:
+    try:
+        run_demo(args.output_dir, args.seed, args.quick, args.variants)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":  # python -m hyperdet_hf.demo

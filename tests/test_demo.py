@@ -69,3 +69,12 @@ def test_training_configs_are_rerunnable_yaml(demo):
     assert config["backbone"] == "random" and config["model"]["adapter_type"] == "hyper"
     probe = yaml.safe_load((out / "configs" / "linear_probe.yaml").read_text())
     assert probe["model"]["adapter_type"] == "none" and probe["model"]["view_source"] == "original"
+
+
+def test_demo_refuses_to_replace_a_foreign_folder(tmp_path):
+    (tmp_path / "thesis.tex").write_text("years of work")
+    exe = shutil.which("hyperdet", path=str(Path(sys.executable).parent)) or "hyperdet"
+    proc = subprocess.run([exe, "demo", "--quick", "--output_dir", str(tmp_path)], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert proc.returncode == 2 and "refusing to replace" in proc.stderr
+    assert (tmp_path / "thesis.tex").read_text() == "years of work"
