@@ -108,7 +108,6 @@ def comparison(out: Path, variants: list[str], seen: list[str]) -> tuple[str, di
     for variant in variants:
         folder = out / "eval" / variant
         results = json.loads((folder / "results.json").read_text())
-        results = results.get("results", results)
         with open(folder / "scores.csv") as f:
             scores = list(csv.DictReader(f))
         rows = {}
