@@ -210,6 +210,7 @@ def run_demo(output_dir: str | Path = "outputs/demo", seed: int = 0, quick: bool
         timings[f"eval {variant}"] = round(time.time() - t, 1)
         if variant == "hyperdet":
             run_config = yaml.safe_load((out / "configs" / "hyperdet.yaml").read_text())
+            run_config["eval_dataset"] = f"HyperDet-HF proxy benchmark (seed {seed}, random-weight backbone)"
             train_summary_path = out / "runs" / variant / "train_results.json"
             val = json.loads(train_summary_path.read_text()).get("validation") if train_summary_path.exists() else None
             write_model_card(out / "runs" / variant / "final", run_config=run_config, val_results=val,
