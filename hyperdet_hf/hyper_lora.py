@@ -278,9 +278,6 @@ class AdapterState:
             self._prepared[key] = prepared
         return prepared
 
-    def invalidate(self) -> None:
-        self._weights, self._key, self._prepared, self._checked = None, None, {}, None
-
     @contextlib.contextmanager
     def use_layout(self, tasks: Union[int, Sequence[int], None] = None, row_tasks: Optional[torch.Tensor] = None):
         """Temporarily run with another task layout (see ``TaskLayout``)."""
