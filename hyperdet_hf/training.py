@@ -581,19 +581,10 @@ class _Window:
 
 
 def _validation_metrics(scores: list, labels: list, skipped: int) -> dict:
-    try:
-        from .evaluation import generator_metrics
-    except ImportError:  # pragma: no cover - the evaluation module ships with the package
-        generator_metrics = None
-    if generator_metrics is not None:
-        return generator_metrics(scores, labels, n_skipped=skipped)
-    s, y = np.asarray(scores), np.asarray(labels)
-    pred = (s >= 0.5).astype(int)
-    out = {"acc": float((pred == y).mean()) if len(y) else None}
-    out["real_acc"] = float((pred[y == 0] == 0).mean()) if (y == 0).any() else None
-    out["fake_acc"] = float((pred[y == 1] == 1).mean()) if (y == 1).any() else None
-    out.update(n_real=int((y == 0).sum()), n_fake=int((y == 1).sum()), n_skipped=skipped)
-    return out
+    """The same metrics as ``hyperdet eval`` (the package's evaluate module)."""
+    from .evaluation import generator_metrics
+
+    return generator_metrics(scores, labels, n_skipped=skipped)
 
 
 # -- the run -----------------------------------------------------------------------------------------------------
