@@ -364,6 +364,38 @@ def test_gradient_accumulation_matches_a_bigger_batch(data, tmp_path, fresh_acce
     assert changed > 0
 
 
+def test_frozen_weights_cast_to_bf16_train_bit_identically_and_save_float32(data, tmp_path, fresh_accelerate):
+    """cast_frozen_weights (default) stores the frozen Linear/Conv weights in bf16 during a bf16 run: the same
+    steps, bit for bit, as autocast re-casting float32 weights, and final/ still holds the float32 backbone."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    from hyperdet_hf.training import build_model
+
+    train, _ = data
+    weights, dtypes = [], []
+    for cast in (True, False):
+        out = tmp_path / f"cast-{cast}"
+        config = parse_args(["--config", str(TINY), "--train_data", str(train), "--output_dir", str(out),
+                             "--max_steps", "3", "--per_device_batch_size", "8", "--mixed_precision", "bf16",
+                             "--cast_frozen_weights", str(cast).lower(), "--report_to", "none", "--save_steps", "0"])
+        trainer = Trainer(config).setup()
+        dtypes.append({p.dtype for p in trainer.model.parameters() if not p.requires_grad})
+        assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {torch.float32}
+        trainer.train()
+        weights.append(load_file(out / "final" / "model.safetensors"))
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+    assert torch.bfloat16 in dtypes[0] and dtypes[1] == {torch.float32}
+    initial = dict(build_model(config).named_parameters())
+    assert weights[0].keys() == weights[1].keys() == initial.keys()
+    for key in weights[0]:
+        assert weights[0][key].dtype == torch.float32, key
+        assert torch.equal(weights[0][key], weights[1][key]), key
+        if not initial[key].requires_grad:
+            assert torch.equal(weights[0][key], initial[key].detach()), key
+    assert any(not torch.equal(weights[0][k], initial[k].detach()) for k in weights[0] if "hyper_lora" in k)
+
+
 def test_start_checks_that_need_the_world(data, tmp_path, fresh_accelerate, monkeypatch):
     train, _ = data
     base = ["--config", str(TINY), "--train_data", str(train), "--output_dir", str(tmp_path / "out"), "--report_to", "none"]
