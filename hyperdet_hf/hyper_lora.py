@@ -360,8 +360,9 @@ class Linear(nn.Module, HyperLoraLayer):
             raise ValueError(f"a view-major batch of {views} views needs a multiple of {views} rows, got {x.shape[0]}")
         a_t, b_t = self._state.layer_weights(self.position, self._layer_row, dtype)
         hidden = torch.bmm(x.to(dtype).reshape(views, -1, x.shape[-1]), a_t)  # (V, rows*tokens, r)
-        out = torch.baddbmm(result.reshape(views, -1, result.shape[-1]), hidden, b_t)
-        return out.view(result.shape)
+        # in place: the base output is a fresh tensor that autograd does not need (addmm saves its inputs)
+        result.view(views, -1, result.shape[-1]).baddbmm_(hidden, b_t)
+        return result
 
     def adapter_weights_all(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This layer's adapters for every task: ``(T, r, in)``, ``(T, out, r)``."""
