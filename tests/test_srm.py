@@ -96,12 +96,16 @@ def test_make_views_order_and_map():
         torch.testing.assert_close(srm.make_group_view(x, v, 8.0, 3.0), expected)
 
 
-def test_make_views_bf16_output_from_float32_residuals():
-    x = torch.randn(2, 3, 16, 16)
-    views = srm.make_views(x, 8.0, 3.0, dtype=torch.bfloat16)
+@pytest.mark.parametrize("scale,clamp", [(8.0, 3.0), (5.0, 2.7)])  # 2.7 is not a bf16 number
+def test_make_views_bf16_is_the_float32_view_rounded(scale, clamp):
+    """bf16 views are computed from float32 residuals and clamped after the cast: exactly the float32 views
+    rounded to bf16, values beyond the clamp included."""
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    views = srm.make_views(x, scale, clamp, dtype=torch.bfloat16)
     assert views.dtype == torch.bfloat16
-    ref = srm.make_views(x, 8.0, 3.0)
-    torch.testing.assert_close(views.float(), ref, atol=2e-2, rtol=1e-2)
+    ref = srm.make_views(x, scale, clamp)
+    assert (ref[:10].abs() == clamp).float().mean() > 0.05  # the clamp is exercised
+    assert torch.equal(views, ref.to(torch.bfloat16))
 
 
 def test_group_residuals_rejects_wrong_rank():
