@@ -10,6 +10,10 @@ import torch
 
 from hyperdet_hf import HyperDetConfig, HyperDetForImageClassification
 from hyperdet_hf.configuration_hyperdet import VIT_L14_VISION
+from hyperdet_hf.runtime import keep_freed_memory
+
+# As the CLI and training do (HYPERDET_KEEP_FREED_MEMORY=0 measures glibc's default behaviour).
+KEEPS_FREED_MEMORY = keep_freed_memory()
 
 TINY_VISION = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
                    patch_size=8, image_size=64, projection_dim=32)

@@ -301,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .runtime import keep_freed_memory
+
+    keep_freed_memory()  # a CLI run may keep its peak memory; each forward stops page-faulting (runtime.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

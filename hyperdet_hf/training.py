@@ -1111,6 +1111,9 @@ def train(config: TrainingConfig) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry: parse, train; a bad setting exits with status 2 and one line naming it."""
+    from .runtime import keep_freed_memory
+
+    keep_freed_memory()  # see runtime.py: no page faults on every step's activations
     try:
         config = parse_args(argv)
         configure_logging(config.output_dir)

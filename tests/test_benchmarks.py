@@ -50,3 +50,9 @@ def test_bench_data_small():
     r = ratios(out)
     assert r["pipeline/decode"] > 0
     assert "| EpochData (datasets stream + DataLoader)" in out
+
+
+def test_bench_malloc_tiny():
+    # each setting runs in its own process, which asserts the setting it ran with
+    out = run("bench_malloc.py", "--size", "tiny", "--batch", "2", "--repeats", "1")
+    assert "keep_freed_memory/glibc" in out and "| glibc default" in out
