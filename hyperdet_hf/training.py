@@ -108,9 +108,9 @@ class TrainingConfig:
     max_grad_norm: float = _f(0.0, "clip gradients to this norm (0: off)")
     mixed_precision: str = _f("auto", "auto (bf16 where the hardware has it), no, bf16, fp16")
     cast_frozen_weights: bool = _f(True, "under bf16/fp16 mixed precision, store the frozen backbone's Linear and "
-                                         "Conv weights in that dtype: the numbers autocast computes are unchanged, "
-                                         "steps get faster and the weights take half the memory; final/ is saved "
-                                         "with the float32 weights")
+                                         "Conv weights in that dtype: the numbers autocast computes are unchanged "
+                                         "and those weights take half the memory; final/ is saved with the "
+                                         "float32 weights")
     seed: int = _f(0, "seed of the weights, the data order and the augmentation")
     # output
     output_dir: Optional[str] = _f(None, "run folder: checkpoints/, logs/, final/")
