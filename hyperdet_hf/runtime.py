@@ -4,7 +4,7 @@ glibc's malloc hands every allocation above a threshold (128 KiB to 32 MiB, adap
 and gives it back with ``munmap`` when freed. A ViT forward allocates and frees tens of MB per block, so
 each call page-faults all of its activations in again: measured on a ViT-L/14 forward in bf16 on this
 project's 2-core machines, 16.3 s -> 12.1 s at 4 images (24 views), 3.5 s -> 2.9 s at 1 image
-(``benchmarks/bench_inference.py`` prints the ratio). Serving large blocks from the heap and never trimming
+(``benchmarks/bench_malloc.py`` measures it). Serving large blocks from the heap and never trimming
 it does for this process what preloading jemalloc or tcmalloc does (PyTorch's CPU performance guide), without
 a launcher. The price: the process keeps its peak memory until it exits, which suits a CLI run, so only the
 entry points (``hyperdet``, ``training/train.py``, the benchmarks) call it, never ``import hyperdet_hf``.

@@ -382,13 +382,13 @@ def cast_frozen_weights(model: torch.nn.Module, dtype: torch.dtype) -> int:
     Autocast casts such weights to its dtype at every call, and (unlike trainable leaves) does not cache the
     cast of tensors that need no gradient, so a frozen fp32 backbone is re-cast each step. Casting once gives
     bit-identical outputs (the same round-to-nearest cast) and halves their memory. Other modules (LayerNorm,
-    embeddings), which autocast runs in float32, keep their float32 weights, and trainable tensors stay float32
-    for the optimizer."""
+    embeddings), which autocast leaves in float32 (it casts matmul-like ops only), keep their float32 weights,
+    and trainable tensors stay float32 for the optimizer."""
     changed = 0
     for module in model.modules():
         if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
             continue
-        for name, param in list(module.named_parameters(recurse=False)):
+        for param in module.parameters(recurse=False):
             if param.requires_grad or param.dtype == dtype or not param.is_floating_point():
                 continue
             param.data = param.data.to(dtype)
