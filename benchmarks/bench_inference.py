@@ -22,6 +22,8 @@ def main(argv=None):
     ap.add_argument("--size", choices=sorted(SIZES), default="vitl14")
     ap.add_argument("--batch", type=int, default=2, help="images per call (6x that many views)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also time HyperDet's parts: building the views, and its backbone pass on given views")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
 
@@ -53,6 +55,11 @@ def main(argv=None):
         for name in models:
             fns[f"hyperdet {name}"] = hyperdet(name)
             fns[f"plain CLIP x6 views {name}"] = plain_forward(name)
+            if args.breakdown:
+                body = models[name].hyperdet
+                fns[f"  hyperdet part: building the views {name}"] = lambda body=body: body.make_views(x)
+                fns[f"  hyperdet part: adapted backbone on given views {name}"] = (
+                    lambda body=body, v=views[name]: body.encode(v, tuple(range(6))))
         secs = timed_interleaved(fns, repeats=args.repeats)
         p32 = torch.sigmoid(fp32(pixel_values=x).fused_logit)
         p16 = torch.sigmoid(bf16(pixel_values=x).fused_logit.float())

@@ -24,10 +24,11 @@ def ratios(out):
 
 
 def test_bench_inference_tiny():
-    out = run("bench_inference.py", "--size", "tiny", "--batch", "2", "--repeats", "1")
+    out = run("bench_inference.py", "--size", "tiny", "--batch", "2", "--repeats", "1", "--breakdown")
     r = ratios(out)
     assert {"fp32", "bf16", "speed-up", "floor"} <= set(r)
     assert "| hyperdet float32" in out and "| plain CLIP x6 views bfloat16" in out
+    assert "building the views bfloat16" in out and "adapted backbone on given views float32" in out
     diff = float(re.search(r"P\(fake\) bf16\| on random inputs: ([0-9.]+)", out).group(1))
     assert diff < 0.05  # bf16 weights move P(fake) by little
 
