@@ -71,3 +71,21 @@ def test_detect_fast_path_matches_the_per_view_reference(setup):
     print("max |view logit - reference| / max |logit|: float32", fp32_err, "bf16", bf16_err)
     assert fp32_err < 1e-5, fp32_err
     assert bf16_err < 0.03, bf16_err
+
+
+def test_load_detector_gives_bf16_weights_sdpa_attention_and_cached_adapters(setup):
+    """The fast path's ingredients: weights stored in bf16 (no autocast re-casting), SDPA attention, and
+    adapters generated once and reused across calls."""
+    from hyperdet_hf.inference import load_detector
+
+    model_dir, _ = setup
+    model, _ = load_detector(model_dir, dtype="bfloat16", device="cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16} and not model.training
+    assert model.hyperdet.backbone.config._attn_implementation == "sdpa"
+    state = model.hyperdet._adapter_state
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        first = model(pixel_values=x).view_logits
+        generated = state.generations
+        second = model(pixel_values=x).view_logits
+    assert generated == 1 and state.generations == 1 and torch.equal(first, second)
